@@ -1,0 +1,152 @@
+"""Incremental decoding for both inference modes: greedy or sampled, streamed, cancellable."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tsdpo.compose import Mode, SteerableModel
+from tsdpo.data.tokenize import encode_prompt
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Decoding settings; greedy unless `do_sample` is set."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be at least 1")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be positive; use do_sample=False for greedy")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+
+
+def choose_next_token(logits: Tensor, config: DecodingConfig, generator: torch.Generator | None) -> Tensor:
+    """Pick one token per row from next-token logits (batch, vocab); returns (batch,)."""
+    if not config.do_sample:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / config.temperature, dim=-1)  # (batch, vocab)
+    if config.top_p < 1.0:
+        # Nucleus sampling: keep the smallest set of tokens whose mass reaches top_p.
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= config.top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """Left-pad token lists into input_ids and attention_mask, both (batch, max_len)."""
+    max_len = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), max_len), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), max_len), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        if sequence:
+            input_ids[row, max_len - len(sequence) :] = torch.tensor(list(sequence))
+            attention_mask[row, max_len - len(sequence) :] = 1
+    return input_ids, attention_mask
+
+
+def decode_tokens(
+    steerable: SteerableModel,
+    prompt_ids: Sequence[Sequence[int]],
+    weights: Mapping[str, float],
+    mode: Mode,
+    config: DecodingConfig,
+    eos_token_id: int,
+    pad_token_id: int,
+    stop_event: threading.Event | None = None,
+) -> Iterator[Tensor]:
+    """Yield the next token of every row, (batch,), one decoding step at a time.
+
+    Rows that have produced EOS keep receiving `pad_token_id`. Decoding ends
+    when every row has finished, after `max_new_tokens`, or once `stop_event`
+    is set; the check runs before every step, so a stop takes effect within
+    one forward pass.
+    """
+    if any(len(ids) == 0 for ids in prompt_ids):
+        raise ValueError("every prompt needs at least one token")
+    decoder = steerable.decoder(weights, mode)
+    generator = torch.Generator().manual_seed(config.seed) if config.do_sample else None
+
+    input_ids, attention_mask = left_pad(prompt_ids, pad_token_id)
+    # Positions count real tokens only, so left padding does not shift them.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (batch, prompt_len)
+    finished = torch.zeros(len(prompt_ids), dtype=torch.bool)
+
+    for _ in range(config.max_new_tokens):
+        if stop_event is not None and stop_event.is_set():
+            return
+        logits = decoder.forward(input_ids, attention_mask, position_ids)[:, -1, :]  # (batch, vocab)
+        next_tokens = choose_next_token(logits, config, generator)
+        next_tokens = torch.where(finished, torch.full_like(next_tokens, pad_token_id), next_tokens)
+        finished |= next_tokens == eos_token_id
+        yield next_tokens
+
+        if finished.all():
+            return
+        input_ids = next_tokens.unsqueeze(-1)  # (batch, 1)
+        attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=-1)
+        position_ids = position_ids[:, -1:] + 1
+
+
+def stream_text(
+    steerable: SteerableModel,
+    tokenizer,
+    prompt: str,
+    weights: Mapping[str, float],
+    mode: Mode = "tangent",
+    config: DecodingConfig = DecodingConfig(),
+    stop_event: threading.Event | None = None,
+) -> Iterator[str]:
+    """Yield the growing response text for one prompt, one token at a time."""
+    if not prompt.strip():
+        raise ValueError("the prompt is empty; type a question")
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    tokens: list[int] = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for next_tokens in decode_tokens(
+        steerable, [prompt_ids], weights, mode, config, tokenizer.eos_token_id, pad, stop_event
+    ):
+        token = int(next_tokens[0])
+        if token == tokenizer.eos_token_id:
+            return
+        tokens.append(token)
+        yield tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def generate_batch(
+    steerable: SteerableModel,
+    tokenizer,
+    prompts: Sequence[str],
+    weights: Mapping[str, float],
+    mode: Mode = "tangent",
+    config: DecodingConfig = DecodingConfig(),
+    batch_size: int = 32,
+    stop_event: threading.Event | None = None,
+) -> list[str]:
+    """Decode a response for each prompt, in batches; returns text without the EOS."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    responses: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = [encode_prompt(tokenizer, prompt) for prompt in prompts[start : start + batch_size]]
+        steps = list(
+            decode_tokens(steerable, chunk, weights, mode, config, tokenizer.eos_token_id, pad, stop_event)
+        )
+        generated = torch.stack(steps, dim=1) if steps else torch.zeros((len(chunk), 0), dtype=torch.long)
+        for row in generated.tolist():
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id)]
+            responses.append(tokenizer.decode(row, skip_special_tokens=True))
+    return responses

@@ -44,7 +44,7 @@ class TrainConfig:
     steps: int = 100  # optimizer steps
     batch_size: int = 8  # pairs per micro-batch
     gradient_accumulation_steps: int = 1
-    warmup_steps: int = 10
+    warmup_steps: int = 0  # linear warm-up from 0 to learning_rate over this many steps
     schedule: Schedule = "cosine"
     max_grad_norm: float = 1.0  # 0 disables clipping
     weight_decay: float = 0.0

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# The suite never reaches the Hub: huggingface_hub reads these at import time, so they
+# are set before anything imports it. HF_HOME points at an empty cache that tests fill.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="tsdpo-hf-home-"))
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -76,3 +87,56 @@ def tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture(params=["llama", "gpt2"])
 def model(request) -> torch.nn.Module:
     return tiny_llama() if request.param == "llama" else tiny_gpt2()
+
+
+def make_tiny_bundle(directory: Path, scale: float = 0.05) -> Path:
+    """Write a complete bundle: tiny Llama base, two random vectors and a measured 3 × 3 grid."""
+    from tsdpo.bundle import PARETO_NAME, write_bundle
+    from tsdpo.compose import SteerableModel
+    from tsdpo.evaluate import evaluate_grid, measure, summarize
+    from tsdpo.generation import DecodingConfig
+    from tsdpo.tangent import select_parameters
+    from tsdpo.vectors import TangentVector
+
+    model = tiny_llama()
+    tokenizer = build_tokenizer()
+    model.save_pretrained(directory / "base")
+    tokenizer.save_pretrained(directory / "base")
+
+    params = select_parameters(model)
+    vectors = {}
+    for seed, objective in enumerate(["helpfulness", "verbosity"]):
+        generator = torch.Generator().manual_seed(100 + seed)
+        tensors = {n: torch.randn(p.shape, generator=generator) * scale for n, p in params.items()}
+        vectors[objective] = TangentVector(tensors, {"objective": objective})
+    write_bundle(directory, {"path": "base"}, vectors, descriptions={"helpfulness": "correct answers"})
+
+    # A stand-in scorer: helpfulness is the share of responses with the letter e, verbosity their length.
+    class LetterScorer:
+        name, description = "letters", "test scorer"
+
+        def score(self, example, response):
+            return {"helpfulness": float("e" in response), "verbosity": float(len(response.split()))}
+
+    steerable = SteerableModel(model, vectors)
+    examples = [{"prompt": p} for p in ("What is two plus three?", "Name the capital of France.")]
+    axes = {"helpfulness": [-1.0, 0.5, 2.0], "verbosity": [-1.0, 0.5, 2.0]}
+    decoding = DecodingConfig(max_new_tokens=8)
+    grid = evaluate_grid(lambda w: measure(steerable, tokenizer, examples, LetterScorer(), w, "tangent", decoding),
+                         axes, progress=False)
+    base = measure(steerable, tokenizer, examples, LetterScorer(), {}, "tangent", decoding)
+    pareto = summarize(grid, axes, [{"name": "scalarized DPO w=0.5", "w": 0.5, **base}], base, mode="tangent",
+                       eval_prompts=len(examples), decoding={"max_new_tokens": 8})
+    (directory / PARETO_NAME).write_text(json.dumps(pareto))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_template(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle-template"))
+
+
+@pytest.fixture
+def tiny_bundle(tiny_bundle_template, tmp_path) -> Path:
+    """A private copy of the tiny bundle, free for a test to damage."""
+    return Path(shutil.copytree(tiny_bundle_template, tmp_path / "bundle"))

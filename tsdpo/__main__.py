@@ -1,0 +1,3 @@
+from tsdpo.cli import main
+
+main()

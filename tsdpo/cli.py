@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--seed", type=int, default=0, help="sampling seed")
             sub.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
             sub.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    try:
+        from tsdpo.bench import add_bench_parser
+    except ImportError:  # the benchmark module is optional at this point of development
+        add_bench_parser = None
+    if add_bench_parser is not None:
+        add_bench_parser(commands)
     return parser
 
 

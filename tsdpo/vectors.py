@@ -43,6 +43,23 @@ def save_vector(vector: TangentVector, path: str | Path) -> None:
     tensors = {name: t.detach().contiguous().cpu() for name, t in vector.tensors.items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=vector.metadata)
+    _sort_header(Path(path))
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite the safetensors header with sorted keys, so equal vectors give equal bytes.
+
+    safetensors 0.8 stores metadata in a hash map, so its key order, and with it
+    the file's sha256 in a bundle manifest, changes from one process to the next.
+    """
+    with open(path, "r+b") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(canonical) > length:
+            raise VectorError(f"{path}: cannot rewrite the safetensors header in place")
+        handle.seek(8)
+        handle.write(canonical.ljust(length))  # the format pads headers with spaces
 
 
 def load_vector(path: str | Path) -> TangentVector:

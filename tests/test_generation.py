@@ -187,3 +187,37 @@ def test_bad_decoding_settings_are_rejected():
 def test_empty_prompt_is_rejected(tokenizer):
     with pytest.raises(ValueError, match="prompt is empty"):
         list(stream_text(make_steerable(tiny_llama()), tokenizer, "   ", {}))
+
+
+class FixedLogitsSteerable:
+    """A stand-in model whose every next-token distribution peaks at one token."""
+
+    def __init__(self, token: int, vocab: int) -> None:
+        self.token, self.vocab = token, vocab
+
+    def decoder(self, weights, mode):
+        steerable = self
+
+        class Decoder:
+            def forward(self, input_ids, attention_mask, position_ids):
+                logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], steerable.vocab)
+                logits[..., steerable.token] = 1.0
+                return logits
+
+        return Decoder()
+
+
+def test_generation_stops_at_end_of_turn_token():
+    """Llama 3 ends an assistant turn with <|eot_id|>, which is not its eos_token."""
+    from tokenizer_zoo import llama3_tokenizer
+
+    from tsdpo.generation import stop_token_ids
+
+    tokenizer = llama3_tokenizer()
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert end_of_turn != tokenizer.eos_token_id
+    assert stop_token_ids(tokenizer) == [tokenizer.eos_token_id, end_of_turn]
+
+    steerable = FixedLogitsSteerable(end_of_turn, len(tokenizer))
+    assert list(stream_text(steerable, tokenizer, "Hi", {}, "tangent", DecodingConfig(max_new_tokens=5))) == []
+    assert generate_batch(steerable, tokenizer, ["Hi", "Hello there"], {}, "tangent", DecodingConfig(max_new_tokens=5)) == ["", ""]

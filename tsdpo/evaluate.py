@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,7 +50,10 @@ def measure(
         raise ValueError("the evaluation set is empty; it needs at least one prompt")
     prompts = [example["prompt"] for example in eval_set]
     responses = generate_batch(steerable, tokenizer, prompts, weights, mode, decoding, batch_size)
-    scores = [scorer.score(example, response) for example, response in zip(eval_set, responses)]
+    if hasattr(scorer, "score_batch"):  # model-based scorers batch their forward passes
+        scores = scorer.score_batch(eval_set, responses)
+    else:
+        scores = [scorer.score(example, response) for example, response in zip(eval_set, responses)]
     return {
         "helpfulness": sum(s["helpfulness"] for s in scores) / len(scores),
         "verbosity": sum(s["verbosity"] for s in scores) / len(scores),
@@ -145,3 +149,37 @@ def interpolate_position(pareto: Mapping[str, Any], weights: Mapping[str, float]
     axis_a, axis_b, values = grid_values(pareto)
     h, v = interpolate_grid(axis_a, axis_b, values, weights.get(names[0], 0.0), weights.get(names[1], 0.0))
     return {"helpfulness": h, "verbosity": v}
+
+
+def evaluate_steering(
+    steerable: SteerableModel,
+    tokenizer,
+    eval_set: Sequence[Mapping[str, Any]],
+    scorer: Scorer,
+    axes: Mapping[str, Sequence[float]],
+    baselines: Mapping[str, Any] | None = None,
+    mode: Mode = "tangent",
+    decoding: DecodingConfig = DecodingConfig(),
+    batch_size: int = 32,
+    progress_path: str | Path | None = None,
+    progress: bool = True,
+    **details: Any,
+) -> dict[str, Any]:
+    """Measure the weight grid, the base model and each baseline model; return pareto.json's content.
+
+    `baselines` maps a label to a fine-tuned model (for example a scalarized-DPO
+    policy) that shares the tokenizer. Grid points resume from `progress_path`.
+    """
+    def at(weights: Mapping[str, float]) -> dict[str, float]:
+        return measure(steerable, tokenizer, eval_set, scorer, weights, mode, decoding, batch_size)
+
+    grid = evaluate_grid(at, axes, progress_path=progress_path, progress=progress)
+    base = at({})
+    points = []
+    for label, model in (baselines or {}).items():
+        plain = SteerableModel(model, {})
+        points.append({"name": label, **measure(plain, tokenizer, eval_set, scorer, {}, "merged", decoding, batch_size)})
+    return summarize(
+        grid, axes, points, base, mode=mode, eval_prompts=len(eval_set), decoding=asdict(decoding),
+        scorer={"name": scorer.name, "description": scorer.description}, **details,
+    )

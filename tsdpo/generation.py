@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from tsdpo.compose import Mode, SteerableModel
-from tsdpo.data.tokenize import encode_prompt
+from tsdpo.data.tokenize import encode_prompt, end_of_turn_id
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,14 @@ def decode_tokens(
     weights: Mapping[str, float],
     mode: Mode,
     config: DecodingConfig,
-    eos_token_id: int,
+    eos_token_id: int | Sequence[int],
     pad_token_id: int,
     stop_event: threading.Event | None = None,
 ) -> Iterator[Tensor]:
     """Yield the next token of every row, (batch,), one decoding step at a time.
 
-    Rows that have produced EOS keep receiving `pad_token_id`. Decoding ends
+    `eos_token_id` is one id or several (EOS and an end-of-turn token that
+    differs from it). Rows that have produced one keep receiving `pad_token_id`. Decoding ends
     when every row has finished, after `max_new_tokens`, or once `stop_event`
     is set; the check runs before every step, so a stop takes effect within
     one forward pass.
@@ -84,6 +85,7 @@ def decode_tokens(
     # Positions count real tokens only, so left padding does not shift them.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (batch, prompt_len)
     finished = torch.zeros(len(prompt_ids), dtype=torch.bool)
+    stop_ids = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
 
     for _ in range(config.max_new_tokens):
         if stop_event is not None and stop_event.is_set():
@@ -91,7 +93,7 @@ def decode_tokens(
         logits = decoder.forward(input_ids, attention_mask, position_ids)[:, -1, :]  # (batch, vocab)
         next_tokens = choose_next_token(logits, config, generator)
         next_tokens = torch.where(finished, torch.full_like(next_tokens, pad_token_id), next_tokens)
-        finished |= next_tokens == eos_token_id
+        finished |= torch.isin(next_tokens, stop_ids)
         yield next_tokens
 
         if finished.all():
@@ -99,6 +101,15 @@ def decode_tokens(
         input_ids = next_tokens.unsqueeze(-1)  # (batch, 1)
         attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=-1)
         position_ids = position_ids[:, -1:] + 1
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """EOS plus the chat template's end-of-turn token, when that differs (for example <|eot_id|>)."""
+    ids = [tokenizer.eos_token_id]
+    end_of_turn = end_of_turn_id(tokenizer)
+    if end_of_turn not in ids:
+        ids.append(end_of_turn)
+    return ids
 
 
 def stream_text(
@@ -116,11 +127,10 @@ def stream_text(
     prompt_ids = encode_prompt(tokenizer, prompt)
     tokens: list[int] = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for next_tokens in decode_tokens(
-        steerable, [prompt_ids], weights, mode, config, tokenizer.eos_token_id, pad, stop_event
-    ):
+    stop_ids = stop_token_ids(tokenizer)
+    for next_tokens in decode_tokens(steerable, [prompt_ids], weights, mode, config, stop_ids, pad, stop_event):
         token = int(next_tokens[0])
-        if token == tokenizer.eos_token_id:
+        if token in stop_ids:
             return
         tokens.append(token)
         yield tokenizer.decode(tokens, skip_special_tokens=True)
@@ -138,15 +148,17 @@ def generate_batch(
 ) -> list[str]:
     """Decode a response for each prompt, in batches; returns text without the EOS."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop_ids = stop_token_ids(tokenizer)
     responses: list[str] = []
     for start in range(0, len(prompts), batch_size):
         chunk = [encode_prompt(tokenizer, prompt) for prompt in prompts[start : start + batch_size]]
         steps = list(
-            decode_tokens(steerable, chunk, weights, mode, config, tokenizer.eos_token_id, pad, stop_event)
+            decode_tokens(steerable, chunk, weights, mode, config, stop_ids, pad, stop_event)
         )
         generated = torch.stack(steps, dim=1) if steps else torch.zeros((len(chunk), 0), dtype=torch.long)
         for row in generated.tolist():
-            if tokenizer.eos_token_id in row:
-                row = row[: row.index(tokenizer.eos_token_id)]
+            ends = [i for i, token in enumerate(row) if token in stop_ids]
+            if ends:
+                row = row[: ends[0]]
             responses.append(tokenizer.decode(row, skip_special_tokens=True))
     return responses

@@ -24,7 +24,7 @@ from tsdpo.bundle import EVAL_SET_NAME, PARETO_NAME, read_manifest, write_bundle
 from tsdpo.card import model_card
 from tsdpo.compose import SteerableModel
 from tsdpo.data.pairs import PreferencePair
-from tsdpo.evaluate import evaluate_grid, measure, summarize
+from tsdpo.evaluate import evaluate_steering
 from tsdpo.generation import DecodingConfig
 from tsdpo.scorers import WorldScorer
 from tsdpo.train import TrainConfig, train_standard_dpo, train_tangent_vector
@@ -178,26 +178,20 @@ def build_demo_bundle(output: str | Path, config: DemoBuildConfig | None = None,
     steerable = SteerableModel(model, vectors)
     scorer = WorldScorer()
     eval_set = [{"prompt": task.question, "task": task_to_dict(task)} for task in eval_tasks]
-    decoding = DecodingConfig(max_new_tokens=config.max_new_tokens)
-    axes = {"helpfulness": config.axis, "verbosity": config.axis}
-    grid = evaluate_grid(
-        lambda weights: measure(steerable, tokenizer, eval_set, scorer, weights, "tangent", decoding),
-        axes, progress_path=staging / "grid_progress.jsonl", progress=progress,
-    )
-    base_point = measure(steerable, tokenizer, eval_set, scorer, {}, "tangent", decoding)
-    baselines = []
-    for w, policy in baseline_models.items():
-        point = measure(SteerableModel(policy, {}), tokenizer, eval_set, scorer, {}, "merged", decoding)
-        baselines.append({"name": f"scalarized DPO w={w}", "w": w, **point})
-    (staging / "grid_progress.jsonl").unlink()
-
-    pareto = summarize(
-        grid, axes, baselines, base_point,
-        mode="tangent", eval_prompts=len(eval_set), decoding=dataclasses.asdict(decoding),
+    progress_path = staging / "grid_progress.jsonl"
+    pareto = evaluate_steering(
+        steerable, tokenizer, eval_set, scorer,
+        axes={"helpfulness": config.axis, "verbosity": config.axis},
+        baselines={f"scalarized DPO w={w}": policy for w, policy in baseline_models.items()},
+        decoding=DecodingConfig(max_new_tokens=config.max_new_tokens),
+        batch_size=config.eval_prompts, progress_path=progress_path, progress=progress,
         scorers={"helpfulness": "exact: 1 when the ground-truth answer is stated and no competing answer is",
                  "verbosity": "response length in whitespace-separated words"},
         baseline_labels="w · helpfulness + (1 - w) · verbosity / 50 words",
     )
+    for baseline, w in zip(pareto["baselines"], baseline_models):
+        baseline["w"] = w
+    progress_path.unlink()
 
     # 6. The bundle itself.
     stage("bundle")

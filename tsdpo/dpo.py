@@ -26,10 +26,11 @@ def sequence_logps(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -
     # Logits at position t predict the token at position t + 1.
     logits = logits[:, :-1, :].float()  # (batch, seq - 1, vocab); float32 for a stable log-softmax
     targets = input_ids[:, 1:]  # (batch, seq - 1)
-    mask = completion_mask[:, 1:].to(logits.dtype)  # (batch, seq - 1)
+    mask = completion_mask[:, 1:].bool()  # (batch, seq - 1)
 
     token_logps = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)  # (batch, seq - 1)
-    return (token_logps * mask).sum(-1)
+    # where() rather than a product, so a non-finite value at a masked position cannot leak into the sum.
+    return torch.where(mask, token_logps, 0.0).sum(-1)
 
 
 def dpo_loss(

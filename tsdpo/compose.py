@@ -8,7 +8,7 @@ Two inference modes:
 
 Σ α_k Δ_k is formed in float32 and cast once to the model's dtype. The base
 model's parameters are never written: each request gets its own parameter
-dictionary, passed to the shared module through `functional_call`.
+dictionary, swapped into the shared module for each forward under a lock.
 """
 
 from __future__ import annotations
@@ -20,10 +20,16 @@ from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from transformers import DynamicCache
 
-from tsdpo.tangent import MODEL_CALL_LOCK, LinearizedCache, linearized_step, require_eager_attention, select_parameters
+from tsdpo.tangent import (
+    MODEL_CALL_LOCK,
+    LinearizedCache,
+    linearized_step,
+    require_eager_attention,
+    select_parameters,
+    swapped_parameters,
+)
 from tsdpo.vectors import TangentVector, canonicalize_tied, combine_vectors, validate_vector
 
 Mode = Literal["tangent", "merged"]
@@ -149,18 +155,13 @@ class MergedDecoder(Decoder):
 
     @torch.no_grad()
     def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
-        with MODEL_CALL_LOCK:
-            output = functional_call(
-                self.model,
-                self.parameters,
-                args=(),
-                kwargs={
-                    "input_ids": input_ids,
-                    "attention_mask": attention_mask,
-                    "position_ids": position_ids,
-                    "past_key_values": self.cache,
-                    "use_cache": True,
-                },
+        with MODEL_CALL_LOCK, swapped_parameters(self.model, self.parameters):
+            output = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=self.cache,
+                use_cache=True,
             )
         self.cache = output.past_key_values
         return output.logits

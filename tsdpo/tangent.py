@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -23,8 +25,9 @@ from transformers import DynamicCache
 
 Params = dict[str, Tensor]
 
-# `functional_call` swaps parameters on the shared module for the duration of a
-# call, and PyTorch's forward-mode AD has one process-wide dual level. So every
+# `functional_call` and `swapped_parameters` swap parameters on the shared module
+# for the duration of a call, and PyTorch's forward-mode AD has one process-wide
+# dual level. So every
 # forward that replaces parameters or enters a dual level holds this lock, which
 # keeps concurrent requests from seeing each other's weights.
 MODEL_CALL_LOCK = threading.RLock()
@@ -71,6 +74,49 @@ def select_parameters(model: nn.Module, patterns: Iterable[str] | None = None) -
             f"include {list(named)[:5]!r}. Pass a pattern such as r'layers\\.3\\.' or None."
         )
     return selected
+
+
+# model -> {canonical parameter name: [(module, attribute), ...]}, one entry per alias of a tied parameter.
+_PARAMETER_SLOTS: "weakref.WeakKeyDictionary[nn.Module, dict[str, list[tuple[nn.Module, str]]]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _parameter_slots(model: nn.Module) -> dict[str, list[tuple[nn.Module, str]]]:
+    slots = _PARAMETER_SLOTS.get(model)
+    if slots is None:
+        canonical = {id(p): name for name, p in model.named_parameters()}
+        slots = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            module_name, _, attribute = name.rpartition(".")
+            slots.setdefault(canonical[id(p)], []).append((model.get_submodule(module_name), attribute))
+        _PARAMETER_SLOTS[model] = slots
+    return slots
+
+
+@contextmanager
+def swapped_parameters(model: nn.Module, tensors: Mapping[str, Tensor]) -> Iterator[None]:
+    """Put `tensors` in place of the named parameters of `model` inside the block, then restore them.
+
+    Names are those of `select_parameters`, and a tied parameter is replaced
+    under every alias, as `functional_call` does. This costs a dictionary
+    write per parameter, a small fraction of `functional_call`'s set-up,
+    which matters once per decoded token. Callers must hold MODEL_CALL_LOCK.
+    """
+    slots = _parameter_slots(model)
+    unknown = [name for name in tensors if name not in slots]
+    if unknown:
+        raise KeyError(f"{unknown[:5]!r} are not parameters of the model; pass names from select_parameters(model)")
+    saved = []
+    try:
+        for name, tensor in tensors.items():
+            for module, attribute in slots[name]:
+                saved.append((module, attribute, module._parameters[attribute]))
+                module._parameters[attribute] = tensor
+        yield
+    finally:
+        for module, attribute, original in reversed(saved):
+            module._parameters[attribute] = original
 
 
 def linearized_logits(
@@ -165,18 +211,14 @@ def linearized_step(
     with MODEL_CALL_LOCK, fwAD.dual_level():
         dual_params = {name: fwAD.make_dual(primals[name], tangents[name]) for name in primals}
         past = cache.to_dual() if cache is not None else None
-        output = functional_call(
-            model,
-            dual_params,
-            args=(),
-            kwargs={
-                "input_ids": input_ids,
-                "attention_mask": attention_mask,
-                "position_ids": position_ids,
-                "past_key_values": past if past is not None else DynamicCache(),
-                "use_cache": True,
-            },
-        )
+        with swapped_parameters(model, dual_params):
+            output = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past if past is not None else DynamicCache(),
+                use_cache=True,
+            )
         primal_logits, tangent_logits = _split_dual(output.logits)
         new_cache = LinearizedCache.from_dual(output.past_key_values)
     return primal_logits + tangent_logits, new_cache

@@ -108,10 +108,13 @@ class SteerableModel:
     def merged_parameters(self, weights: Mapping[str, float]) -> dict[str, Tensor]:
         """Return θ0 + Σ α_k Δ_k for the parameters the vectors touch, in the model's dtype."""
         checked = self.check_weights(weights)
-        combined = combine_vectors(self.vectors, checked)  # float32
-        return {
-            name: (self.parameters[name].float() + d).to(self.parameters[name].dtype) for name, d in combined.items()
-        }
+        combined = combine_vectors(self.vectors, checked)  # float32, freshly allocated
+        merged = {}
+        for name, d in combined.items():
+            # Adding θ0 into the fresh sum saves an allocation; float addition commutes, so the
+            # result is bit-identical to θ0.float() + d.
+            merged[name] = d.add_(self.parameters[name]).to(self.parameters[name].dtype)
+        return merged
 
     def decoder(self, weights: Mapping[str, float], mode: Mode = "tangent") -> "Decoder":
         """Return a fresh incremental decoder for one request."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, get_args
 
 import torch
@@ -62,7 +62,7 @@ class SteerableModel:
             validate_vector(vector, self.parameters, objective=name)
         self.vectors = canonical
         self.objectives = tuple(canonical)
-        self._deltas: OrderedDict[tuple, dict[str, Tensor]] = OrderedDict()
+        self._composed: OrderedDict[tuple, dict[str, Tensor]] = OrderedDict()  # see _cached
         self._cache_size = cache_size
 
     @property
@@ -92,18 +92,32 @@ class SteerableModel:
         The cache means a slider change composes once, not once per token.
         """
         checked = self.check_weights(weights)
-        key = tuple(checked[o] for o in self.objectives)
+
+        def compose() -> dict[str, Tensor]:
+            combined = combine_vectors(self.vectors, checked)  # float32
+            return {name: d.to(self.parameters[name].dtype) for name, d in combined.items()}
+
+        return self._cached("delta", checked, compose)
+
+    def _cached(
+        self, kind: str, checked: dict[str, float], compose: Callable[[], dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """Return compose() for these weights from the LRU cache, computing it on a miss.
+
+        Deltas and merged parameters share the cache, so it keeps at most
+        cache_size parameter sets. Callers must not modify the result.
+        """
+        key = (kind, *(checked[o] for o in self.objectives))
         with MODEL_CALL_LOCK:
-            if key in self._deltas:
-                self._deltas.move_to_end(key)
-                return self._deltas[key]
-        combined = combine_vectors(self.vectors, checked)  # float32
-        delta = {name: d.to(self.parameters[name].dtype) for name, d in combined.items()}
+            if key in self._composed:
+                self._composed.move_to_end(key)
+                return self._composed[key]
+        value = compose()
         with MODEL_CALL_LOCK:
-            self._deltas[key] = delta
-            while len(self._deltas) > self._cache_size:
-                self._deltas.popitem(last=False)
-        return delta
+            self._composed[key] = value
+            while len(self._composed) > self._cache_size:
+                self._composed.popitem(last=False)
+        return value
 
     def merged_parameters(self, weights: Mapping[str, float]) -> dict[str, Tensor]:
         """Return θ0 + Σ α_k Δ_k for the parameters the vectors touch, in the model's dtype."""
@@ -124,7 +138,8 @@ class SteerableModel:
             primals = {name: self.parameters[name] for name in delta}
             return TangentDecoder(self.model, primals, delta)
         if mode == "merged":
-            return MergedDecoder(self.model, self.merged_parameters(weights))
+            checked = self.check_weights(weights)
+            return MergedDecoder(self.model, self._cached("merged", checked, lambda: self.merged_parameters(checked)))
         raise ValueError(f"mode={mode!r} is not one of {MODES}")
 
 

@@ -2,7 +2,7 @@
 
 Two inference modes:
 - `tangent`: the linearized model f(x; θ0) + J·Σ α_k Δ_k, decoded exactly with
-  dual tensors. Logit shifts of the objectives add exactly.
+  explicit tangents (Llama) or dual tensors (other models). Logit shifts of the objectives add exactly.
 - `merged`: an ordinary forward with θ0 + Σ α_k Δ_k, a fast approximation that
   agrees with `tangent` to first order.
 

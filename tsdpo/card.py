@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from huggingface_hub import ModelCardData
+
 from tsdpo.bundle import Manifest
+from tsdpo.hub import is_repo_id
+
+CARD_TAGS = ["tsdpo", "dpo", "tangent-space", "steering", "multi-objective"]
 
 
 def pareto_table(pareto: Mapping[str, Any]) -> str:
@@ -24,14 +28,46 @@ def pareto_table(pareto: Mapping[str, Any]) -> str:
 
 
 def hypervolume_summary(pareto: Mapping[str, Any]) -> dict[str, Any]:
+    """Summarize pareto.json for the card's metadata: hypervolumes, grid size and the front's points."""
     volume = pareto["hypervolume"]
+    front = [
+        {
+            "weights": {name: float(value) for name, value in pareto["grid"][index]["weights"].items()},
+            "helpfulness": round(float(pareto["grid"][index]["helpfulness"]), 4),
+            "verbosity": round(float(pareto["grid"][index]["verbosity"]), 4),
+        }
+        for index in pareto["front"]
+    ]
     return {
-        "reference_point": volume["reference"],
-        "hypervolume_ts_dpo": round(volume["ts_dpo"], 4),
-        "hypervolume_scalarized_dpo": None if volume["baselines"] is None else round(volume["baselines"], 4),
+        "reference_point": [float(value) for value in volume["reference"]],
+        "hypervolume_ts_dpo": round(float(volume["ts_dpo"]), 4),
+        "hypervolume_scalarized_dpo": None if volume["baselines"] is None else round(float(volume["baselines"]), 4),
         "grid_points": len(pareto["grid"]),
         "eval_prompts": pareto.get("eval_prompts"),
+        "front": front,
     }
+
+
+def card_metadata(
+    manifest: Manifest,
+    pareto: Mapping[str, Any] | None,
+    license: str = "apache-2.0",
+    datasets: Sequence[str] = (),
+) -> ModelCardData:
+    """Build the card's YAML metadata: base_model, license, tags, datasets and, with a pareto.json, its figures."""
+    repo_id = manifest.base_model.get("repo_id")
+    extra: dict[str, Any] = {}
+    if pareto is not None:
+        extra["tsdpo_pareto"] = hypervolume_summary(pareto)
+    return ModelCardData(
+        # An embedded base model (base_model.path) or a local folder is not a Hub model to link to.
+        base_model=repo_id if repo_id and is_repo_id(repo_id) else None,
+        datasets=list(datasets) or None,
+        library_name="tsdpo",
+        license=license,
+        tags=list(CARD_TAGS),
+        **extra,
+    )
 
 
 def model_card(
@@ -43,21 +79,10 @@ def model_card(
     datasets: Sequence[str] = (),
 ) -> str:
     """Render README.md for a bundle, with YAML metadata the Hub reads."""
-    base = manifest.base_model
-    metadata: dict[str, Any] = {"library_name": "tsdpo", "license": license,
-                                "tags": ["tsdpo", "dpo", "tangent-space", "steering", "multi-objective"]}
-    if "repo_id" in base:
-        metadata["base_model"] = base["repo_id"]
-    if datasets:
-        metadata["datasets"] = list(datasets)
-    if pareto is not None:
-        metadata["tsdpo_pareto"] = hypervolume_summary(pareto)
-
-    # JSON is valid YAML, so each value is written with json.dumps and needs no YAML library.
-    front_matter = "\n".join(f"{key}: {json.dumps(value)}" for key, value in metadata.items())
+    metadata = card_metadata(manifest, pareto, license=license, datasets=datasets)
     objectives = "\n".join(f"- `{o.name}`: {o.description or 'no description'} (`{o.file}`)" for o in manifest.objectives)
     sections = [
-        f"---\n{front_matter}\n---\n",
+        f"---\n{metadata.to_yaml()}\n---\n",
         f"# {title}\n",
         summary.strip() + "\n",
         "## Objectives\n",
@@ -67,6 +92,9 @@ def model_card(
         "it with `tsdpo.bundle.load_bundle`. Each objective has a weight; the model is steered to "
         "θ0 + Σ α_k Δ_k without further training.\n",
     ]
+    if manifest.parameter_patterns is not None:
+        patterns = ", ".join(f"`{pattern}`" for pattern in manifest.parameter_patterns)
+        sections.append(f"The vectors cover the parameters whose names match {patterns}; the others stay at θ0.\n")
     if pareto is not None:
         volume = pareto["hypervolume"]
         sections += [

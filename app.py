@@ -6,6 +6,11 @@ variable, so a Hugging Face Space can be configured without editing code.
 
 from __future__ import annotations
 
+try:  # On ZeroGPU Spaces, `spaces` must be imported before torch sets up CUDA.
+    import spaces  # noqa: F401
+except ImportError:
+    pass
+
 import argparse
 import logging
 import os
@@ -25,6 +30,7 @@ from tsdpo.hub import HubError, resolve_bundle_source
 from tsdpo.plot import pareto_figure
 from tsdpo.scorers import get_scorer
 from tsdpo.vectors import VectorError
+from tsdpo.zerogpu import gpu_task
 
 logger = logging.getLogger("tsdpo.app")
 
@@ -174,6 +180,10 @@ def build_demo(settings: AppSettings | None = None, registry: BundleRegistry | N
         weights = {name: 0.0 for name in active.objectives}
         point = interpolate_position(active.pareto, weights) if active.pareto else None
         return source.strip(), revision.strip(), describe_bundle(active), pareto_figure(active.pareto, weights, point)
+
+    # On ZeroGPU hardware the GPU is attached only while these run; elsewhere they are unchanged.
+    generate = gpu_task(generate)
+    plot_measured = gpu_task(plot_measured)
 
     with gr.Blocks(title="TS-DPO steering demo") as demo:
         gr.Markdown("# Tangent-space DPO: steer between objectives at inference time")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from tsdpo.compose import DEFAULT_WEIGHT_RANGE, MODES, SteerableModel
-from tsdpo.models import load_base_model
+from tsdpo.models import BaseModelMismatchError, check_base_model, load_base_model, resolve_commit
 from tsdpo.vectors import TangentVector, load_vector, save_vector
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,25 @@ def verify_checksums(directory: Path, manifest: Manifest) -> None:
             )
 
 
+def _check_base(directory: Path, base: dict[str, str], model=None, commit: str | None = None) -> None:
+    try:
+        check_base_model(base, model=model, commit=commit)
+    except BaseModelMismatchError as err:
+        raise BundleError(f"{directory / MANIFEST_NAME}: {err}") from err
+
+
+def _check_parameter_subset(vectors: dict[str, TangentVector], patterns: list[str]) -> None:
+    """Raise BundleError for a tensor outside the parameter subset the manifest records."""
+    compiled = [re.compile(p) for p in patterns]
+    for objective, vector in vectors.items():
+        for name in vector.tensors:
+            if not any(c.search(name) for c in compiled):
+                raise BundleError(
+                    f"{objective}: tensor {name!r} matches none of the manifest's parameter_patterns {patterns}; "
+                    f"the vector was trained on another parameter subset"
+                )
+
+
 def load_bundle(
     directory: str | Path,
     dtype: str = "float32",
@@ -197,12 +217,18 @@ def load_bundle(
     if "path" in base:
         model, tokenizer = load_base_model(str(directory / base["path"]), dtype=dtype, device=device)
     else:
+        # Resolve the revision once, so the commit checked is the commit loaded.
+        base_commit = resolve_commit(base["repo_id"], base.get("revision"), local_files_only)
+        _check_base(directory, base, commit=base_commit)
         model, tokenizer = load_base_model(
-            base["repo_id"], revision=base.get("revision"), dtype=dtype, device=device,
+            base["repo_id"], revision=base_commit or base.get("revision"), dtype=dtype, device=device,
             local_files_only=local_files_only,
         )
+    _check_base(directory, base, model=model)
 
     vectors = {entry.name: load_vector(directory / entry.file) for entry in manifest.objectives}
+    if manifest.parameter_patterns is not None:
+        _check_parameter_subset(vectors, manifest.parameter_patterns)
     # SteerableModel validates all vectors before keeping any of them.
     steerable = SteerableModel(model, vectors, weight_range=tuple(manifest.weight_range))
 

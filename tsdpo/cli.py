@@ -8,6 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+from tsdpo.bench import add_bench_parser
+from tsdpo.hub import add_push_parser
+
 logger = logging.getLogger("tsdpo")
 
 DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "assets" / "demo"
@@ -73,9 +76,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     import dataclasses
 
     from tsdpo.data.load import DataConfig, load_pair_split
-    from tsdpo.models import last_blocks_patterns, load_base_model
+    from tsdpo.models import last_blocks_patterns, load_base_model, resolve_commit
     from tsdpo.train import TrainConfig, train_standard_dpo, train_tangent_vector
 
+    commit = resolve_commit(args.model, args.revision)
     model, tokenizer = load_base_model(args.model, revision=args.revision, dtype=args.dtype, device=args.device,
                                        trust_remote_code=args.trust_remote_code)
     patterns = tuple(args.parameters) if args.parameters else None
@@ -105,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"wrote the standard-DPO model to {output / f'{objective}.model'}")
     else:
         _, history = train_tangent_vector(
-            model, tokenizer, split.train, config, output, base_model_name=f"{args.model}@{args.revision or 'main'}",
+            model, tokenizer, split.train, config, output, base_model_name=f"{args.model}@{commit or args.revision or 'local'}",
             data_description=f"{args.data} ({args.objective}, {len(split.train)} pairs)",
         )
         print(f"wrote {output / (objective + '.safetensors')}")
@@ -117,6 +121,7 @@ def cmd_make_bundle(args: argparse.Namespace) -> None:
 
     from tsdpo.bundle import EVAL_SET_NAME, load_bundle, write_bundle
     from tsdpo.card import model_card
+    from tsdpo.models import resolve_commit
     from tsdpo.vectors import load_vector
 
     vectors, training = {}, {}
@@ -134,7 +139,8 @@ def cmd_make_bundle(args: argparse.Namespace) -> None:
                          f"retrain them on one subset")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    base = {"repo_id": args.model, "revision": args.revision} if args.revision else {"repo_id": args.model}
+    commit = resolve_commit(args.model, args.revision)
+    base = {"repo_id": args.model, "revision": args.revision or "main", **({"commit": commit} if commit else {})}
     manifest = write_bundle(output, base, vectors, training=training, parameter_patterns=json.loads(subsets.pop()),
                             description=args.description)
     if args.eval_prompts:
@@ -160,7 +166,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     eval_set = [json.loads(line) for line in eval_path.read_text().splitlines() if line.strip()][: args.limit]
     if args.reward_model:
         attribute = int(args.reward_attribute) if args.reward_attribute.isdigit() else args.reward_attribute
-        scorer = load_reward_scorer(args.reward_model, args.reward_revision, attribute, args.verbosity_unit, args.device)
+        scorer = load_reward_scorer(args.reward_model, args.reward_revision, attribute, args.verbosity_unit, args.device,
+                                    trust_remote_code=args.trust_remote_code)
     elif bundle.manifest.scorer:
         scorer = get_scorer(bundle.manifest.scorer)
     else:
@@ -238,12 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     add_train_parser(commands)
     add_bundle_parsers(commands)
-    try:
-        from tsdpo.bench import add_bench_parser
-    except ImportError:  # the benchmark module is optional at this point of development
-        add_bench_parser = None
-    if add_bench_parser is not None:
-        add_bench_parser(commands)
+    add_push_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 
@@ -308,6 +311,8 @@ def add_bundle_parsers(commands) -> None:
     evaluate.add_argument("--reward-model", default=None, help="sequence-classification reward model for helpfulness")
     evaluate.add_argument("--reward-revision", default=None, help="revision of the reward model")
     evaluate.add_argument("--reward-attribute", default="0", help="reward head: index or label name, e.g. helpfulness")
+    evaluate.add_argument("--trust-remote-code", action="store_true",
+                          help="allow the reward model's own code from the Hub (off by default)")
     evaluate.add_argument("--verbosity-unit", default="words", choices=["words", "tokens"], help="unit of verbosity")
     evaluate.add_argument("--baseline", action="append", default=[], metavar="LABEL=MODEL_PATH",
                           help="a baseline model to measure, e.g. 'scalarized DPO w=0.5=out/w05.model'")

@@ -112,12 +112,18 @@ def load_reward_scorer(
     attribute: int | str = 0,
     verbosity_unit: Literal["words", "tokens"] = "words",
     device: str = "cpu",
+    trust_remote_code: bool = False,
 ) -> RewardModelScorer:
-    """Load a sequence-classification reward model by Hub id or folder."""
+    """Load a sequence-classification reward model by Hub id or folder.
+
+    Some multi-attribute reward models ship their own head code; they load
+    only with `trust_remote_code=True`, which runs that code.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, revision=revision).to(device)
+    common = {"revision": revision, "trust_remote_code": trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **common)
+    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **common).to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token

@@ -41,6 +41,14 @@ def save_vector(vector: TangentVector, path: str | Path) -> None:
     if not vector.tensors:
         raise VectorError("refusing to save a tangent vector with no tensors")
     tensors = {name: t.detach().contiguous().cpu() for name, t in vector.tensors.items()}
+    storages: dict[int, str] = {}
+    for name, tensor in tensors.items():
+        other = storages.setdefault(tensor.untyped_storage().data_ptr(), name)
+        if other != name:
+            raise VectorError(
+                f"tensors {other!r} and {name!r} share memory, as tied parameters do; keep one of them "
+                f"(tsdpo.vectors.canonicalize_tied folds tied aliases into one name)"
+            )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=vector.metadata)
     _sort_header(Path(path))
@@ -129,8 +137,8 @@ def validate_vector(vector: TangentVector, parameters: Mapping[str, Tensor], obj
     for name, tensor in vector.tensors.items():
         if name not in parameters:
             raise VectorError(
-                f"{objective}: tensor {name!r} is not a parameter of the base model; "
-                f"was the vector trained on another model?"
+                f"{objective}: tensor {name!r} is not a parameter of the base model, whose parameters "
+                f"are named like {next(iter(parameters))!r}; was the vector trained on another model?"
             )
         expected = parameters[name].shape
         if tensor.shape != expected:

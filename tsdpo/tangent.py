@@ -129,19 +129,23 @@ def linearized_logits(
     input_ids: Tensor,
     attention_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Return (f(x; θ0), J(x; θ0)·Δ) from one forward-mode JVP.
+    """Return (f(x; θ0), J(x; θ0)·Δ) from one forward pass that carries the tangent.
 
     `primals` holds θ0 for the parameters that carry a tangent and `tangents`
     holds Δ for the same names. Parameters not in `primals` keep the module's
     own values and get no tangent. Both outputs have shape (batch, seq, vocab).
     The tangent output is differentiable with respect to `tangents`, which is
-    how TS-DPO trains Δ with ordinary autograd.
+    how TS-DPO trains Δ with ordinary autograd. Llama models take the explicit
+    tangent path below; other models take a `torch.func.jvp`.
     """
     require_eager_attention(model)
     names = list(primals)
     missing = [name for name in names if name not in tangents]
     if missing:
         raise KeyError(f"tangents lack the parameters {missing[:5]!r}")
+
+    if supports_explicit_tangents(model):
+        return _explicit_linearized_logits(model, primals, tangents, input_ids, attention_mask)
 
     def logits_of(*values: Tensor) -> Tensor:
         params = dict(zip(names, values))
@@ -271,12 +275,21 @@ def supports_explicit_tangents(model: nn.Module) -> bool:
 
 
 class _Weights:
-    """Lookup of a module's parameter and its tangent by the canonical names of `select_parameters`."""
+    """Lookup of a module's parameter and its tangent by the canonical names of `select_parameters`.
 
-    def __init__(self, model: nn.Module, primals: Mapping[str, Tensor], tangents: Mapping[str, Tensor]) -> None:
+    With `track_gradient`, each primal is θ0 with autograd routing its
+    gradient to Δ (see _GradientToTangent). Tangents are always detached,
+    because tangent operators are never recorded for autograd.
+    """
+
+    def __init__(
+        self, model: nn.Module, primals: Mapping[str, Tensor], tangents: Mapping[str, Tensor], track_gradient: bool
+    ) -> None:
         self.names = _parameter_names(model)
         self.primals = primals
         self.tangents = tangents
+        self.track_gradient = track_gradient
+        self.looked_up: dict[str, tuple[Tensor, Tensor]] = {}
 
     def __call__(self, module: nn.Module, attribute: str) -> tuple[Tensor | None, Tensor | None]:
         parameter = module._parameters.get(attribute)
@@ -285,7 +298,26 @@ class _Weights:
         name = self.names[(id(module), attribute)]
         if name not in self.primals:
             return parameter, None
-        return self.primals[name], self.tangents[name].to(self.primals[name].dtype)
+        if name not in self.looked_up:
+            primal = self.primals[name]
+            tangent = self.tangents[name]
+            if self.track_gradient:
+                primal = _GradientToTangent.apply(primal, tangent)
+            self.looked_up[name] = (primal, tangent.detach().to(primal.dtype))
+        return self.looked_up[name]
+
+
+class _GradientToTangent(torch.autograd.Function):
+    """Return θ0 unchanged in the forward pass and pass its gradient to Δ in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, primal: Tensor, tangent: Tensor) -> Tensor:
+        ctx.tangent_dtype = tangent.dtype
+        return primal.view_as(primal)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
+        return None, grad.to(ctx.tangent_dtype)
 
 
 def _parameter_names(model: nn.Module) -> dict[tuple[int, str], str]:
@@ -306,17 +338,22 @@ def _sum(*terms: Tensor | None) -> Tensor | None:
     return total
 
 
+# Every tangent operator below runs under torch.no_grad(). When training, the
+# gradient reaches Δ through the recorded primal operators instead (see _Weights).
+
+
 def _linear(module: nn.Module, x: Tensor, tx: Tensor | None, weights: _Weights) -> Pair:
     w, tw = weights(module, "weight")
     b, tb = weights(module, "bias")
     y = F.linear(x, w, b)
-    ty = _sum(
-        F.linear(tx, w) if tx is not None else None,
-        F.linear(x, tw) if tw is not None else None,
-        tb,
-    )
-    if ty is not None and ty.shape != y.shape:  # only a bias tangent: broadcast it
-        ty = ty.expand(y.shape)
+    with torch.no_grad():
+        ty = _sum(
+            F.linear(tx, w) if tx is not None else None,
+            F.linear(x, tw) if tw is not None else None,
+            tb,
+        )
+        if ty is not None and ty.shape != y.shape:  # only a bias tangent: broadcast it
+            ty = ty.expand(y.shape)
     return y, ty
 
 
@@ -329,14 +366,18 @@ def _rms_norm(module: nn.Module, x: Tensor, tx: Tensor | None, weights: _Weights
     normed_cast = normed.to(x.dtype)
     y = w * normed_cast
 
-    tangent_normed = None
-    if tx is not None:
-        # d(h·r) = dh·r + h·dr, with dr = -r³/2 · mean(2·h·dh).
-        t_hidden = tx.to(torch.float32)
-        t_variance = (2 * hidden * t_hidden).mean(-1, keepdim=True)
-        t_inverse_rms = -0.5 * inverse_rms.pow(3) * t_variance
-        tangent_normed = (t_hidden * inverse_rms + hidden * t_inverse_rms).to(x.dtype)
-    ty = _sum(tw * normed_cast if tw is not None else None, w * tangent_normed if tangent_normed is not None else None)
+    with torch.no_grad():
+        tangent_normed = None
+        if tx is not None:
+            # d(h·r) = dh·r + h·dr, with dr = -r³/2 · mean(2·h·dh).
+            t_hidden = tx.to(torch.float32)
+            t_variance = (2 * hidden * t_hidden).mean(-1, keepdim=True)
+            t_inverse_rms = -0.5 * inverse_rms.pow(3) * t_variance
+            tangent_normed = (t_hidden * inverse_rms + hidden * t_inverse_rms).to(x.dtype)
+        ty = _sum(
+            tw * normed_cast if tw is not None else None,
+            w * tangent_normed if tangent_normed is not None else None,
+        )
     return y, ty
 
 
@@ -368,37 +409,40 @@ def _attention(
     k, tk = (_split_heads(t, batch, length, head_dim) for t in _linear(attention.k_proj, x, tx, weights))
     v, tv = (_split_heads(t, batch, length, head_dim) for t in _linear(attention.v_proj, x, tx, weights))
 
-    # RoPE is linear in q and k, so their tangents rotate the same way.
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-    tq = _rotate(tq, cos, sin) if tq is not None else None
-    tk = _rotate(tk, cos, sin) if tk is not None else torch.zeros_like(k)
-    tv = tv if tv is not None else torch.zeros_like(v)
+    with torch.no_grad():
+        # RoPE is linear in q and k, so their tangents rotate the same way.
+        tq = _rotate(tq, cos, sin) if tq is not None else None
+        tk = _rotate(tk, cos, sin) if tk is not None else torch.zeros_like(k)
+        tv = tv if tv is not None else torch.zeros_like(v)
     if past is not None:
-        k, tk = torch.cat([past[0], k], dim=-2), torch.cat([past[1], tk], dim=-2)
-        v, tv = torch.cat([past[2], v], dim=-2), torch.cat([past[3], tv], dim=-2)
+        k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[2], v], dim=-2)
+        tk, tv = torch.cat([past[1], tk], dim=-2), torch.cat([past[3], tv], dim=-2)
     layer_cache = (k, tk, v, tv)
 
     groups = attention.num_key_value_groups
-    keys, t_keys = repeat_kv(k, groups), repeat_kv(tk, groups)
-    values, t_values = repeat_kv(v, groups), repeat_kv(tv, groups)
+    keys, values = repeat_kv(k, groups), repeat_kv(v, groups)
     scores = torch.matmul(q, keys.transpose(2, 3)) * attention.scaling
     if mask is not None:
         scores = scores + mask
     probabilities32 = F.softmax(scores, dim=-1, dtype=torch.float32)
     probabilities = probabilities32.to(q.dtype)
     output = torch.matmul(probabilities, values).transpose(1, 2).contiguous()
-
-    t_scores = _sum(torch.matmul(tq, keys.transpose(2, 3)) if tq is not None else None,
-                    torch.matmul(q, t_keys.transpose(2, 3))) * attention.scaling
-    # d softmax(s) = p ⊙ (ds - Σ p ⊙ ds), in float32 as the primal softmax.
-    t_scores32 = t_scores.to(torch.float32)
-    t_probabilities32 = probabilities32 * (t_scores32 - (probabilities32 * t_scores32).sum(-1, keepdim=True))
-    t_probabilities = t_probabilities32.to(q.dtype)
-    t_output = (torch.matmul(t_probabilities, values) + torch.matmul(probabilities, t_values)).transpose(1, 2)
-
     output = output.reshape(batch, length, -1).contiguous()
-    t_output = t_output.reshape(batch, length, -1)
+
+    with torch.no_grad():
+        t_keys, t_values = repeat_kv(tk, groups), repeat_kv(tv, groups)
+        t_scores = _sum(
+            torch.matmul(tq, keys.transpose(2, 3)) if tq is not None else None,
+            torch.matmul(q, t_keys.transpose(2, 3)),
+        ) * attention.scaling
+        # d softmax(s) = p ⊙ (ds - Σ p ⊙ ds), in float32 as the primal softmax.
+        t_scores32 = t_scores.to(torch.float32)
+        t_probabilities32 = probabilities32 * (t_scores32 - (probabilities32 * t_scores32).sum(-1, keepdim=True))
+        t_probabilities = t_probabilities32.to(q.dtype)
+        t_output = torch.matmul(t_probabilities, values) + torch.matmul(probabilities, t_values)
+        t_output = t_output.transpose(1, 2).reshape(batch, length, -1)
     return _linear(attention.o_proj, output, t_output, weights), layer_cache
 
 
@@ -406,14 +450,47 @@ def _mlp(mlp: nn.Module, x: Tensor, tx: Tensor | None, weights: _Weights) -> Pai
     gate, t_gate = _linear(mlp.gate_proj, x, tx, weights)
     up, t_up = _linear(mlp.up_proj, x, tx, weights)
     activated = mlp.act_fn(gate)
-    t_activated = None
-    if t_gate is not None:
-        sigmoid = torch.sigmoid(gate)  # silu'(g) = σ(g)·(1 + g·(1 - σ(g)))
-        t_activated = t_gate * (sigmoid * (1 + gate * (1 - sigmoid)))
     product = activated * up
-    t_product = _sum(t_activated * up if t_activated is not None else None,
-                     activated * t_up if t_up is not None else None)
+    with torch.no_grad():
+        t_activated = None
+        if t_gate is not None:
+            sigmoid = torch.sigmoid(gate)  # silu'(g) = σ(g)·(1 + g·(1 - σ(g)))
+            t_activated = t_gate * (sigmoid * (1 + gate * (1 - sigmoid)))
+        t_product = _sum(
+            t_activated * up if t_activated is not None else None,
+            activated * t_up if t_up is not None else None,
+        )
     return _linear(mlp.down_proj, product, t_product, weights)
+
+
+def _explicit_linearized_logits(
+    model: nn.Module,
+    primals: Mapping[str, Tensor],
+    tangents: Mapping[str, Tensor],
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Return (f(x; θ0), J·Δ) as linearized_logits does, with the gradient taken through the primal graph.
+
+    The gradient of a loss L(J·Δ) with respect to Δ is Jᵀ·∂L/∂(J·Δ), which is
+    an ordinary backward pass through f at θ0. So the tangent is returned as
+    its value plus (f - f.detach()), an exact zero whose derivative is J.
+    That backward costs what a standard DPO policy backward costs, and no
+    tangent operator is saved for it.
+    """
+    track_gradient = torch.is_grad_enabled() and any(t.requires_grad for t in tangents.values())
+    # Positions count from 0 in every row, as LlamaModel.forward does when given none.
+    position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+    with MODEL_CALL_LOCK:
+        logits, t_logits, _ = _explicit_llama_forward(
+            model, primals, tangents, input_ids, attention_mask, position_ids, None, track_gradient
+        )
+    if t_logits is None:
+        t_logits = torch.zeros_like(logits)
+    if not track_gradient:
+        return logits, t_logits
+    primal_logits = logits.detach()
+    return primal_logits, t_logits + (logits - primal_logits)
 
 
 def _explicit_llama_step(
@@ -425,13 +502,37 @@ def _explicit_llama_step(
     position_ids: Tensor,
     cache: LinearizedCache | None,
 ) -> tuple[Tensor, LinearizedCache]:
+    logits, t_logits, new_cache = _explicit_llama_forward(
+        model, primals, tangents, input_ids, attention_mask, position_ids, cache
+    )
+    return (logits + t_logits if t_logits is not None else logits), new_cache
+
+
+def _explicit_llama_forward(
+    model: nn.Module,
+    primals: Mapping[str, Tensor],
+    tangents: Mapping[str, Tensor],
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    position_ids: Tensor,
+    cache: LinearizedCache | None,
+    track_gradient: bool = False,
+) -> tuple[Tensor, Tensor | None, LinearizedCache]:
+    """Return the primal logits, their tangent (None when no parameter carries one) and the extended cache.
+
+    With `track_gradient`, the primal logits are recorded for autograd as a
+    function of the tangents, with derivative J(x; θ0), and the tangent
+    logits are not recorded (see _Weights).
+    """
     from transformers.masking_utils import create_causal_mask
 
-    weights = _Weights(model, primals, tangents)
+    weights = _Weights(model, primals, tangents, track_gradient)
     decoder = model.model
     embedding, t_embedding = weights(decoder.embed_tokens, "weight")
-    hidden = F.embedding(input_ids, embedding, decoder.embed_tokens.padding_idx)
-    t_hidden = F.embedding(input_ids, t_embedding) if t_embedding is not None else None
+    padding_index = decoder.embed_tokens.padding_idx
+    hidden = F.embedding(input_ids, embedding, padding_index)
+    with torch.no_grad():
+        t_hidden = F.embedding(input_ids, t_embedding, padding_index) if t_embedding is not None else None
 
     # The mask depends only on the primal keys already cached, as in LlamaModel.forward.
     primal_cache = DynamicCache()
@@ -452,11 +553,15 @@ def _explicit_llama_step(
             layer.self_attn, normed, t_normed, cos, sin, mask, past, weights
         )
         new_cache.layers.append(layer_cache)
-        hidden, t_hidden = hidden + attended, _sum(t_hidden, t_attended)
+        hidden = hidden + attended
+        with torch.no_grad():
+            t_hidden = _sum(t_hidden, t_attended)
         normed, t_normed = _rms_norm(layer.post_attention_layernorm, hidden, t_hidden, weights)
         projected, t_projected = _mlp(layer.mlp, normed, t_normed, weights)
-        hidden, t_hidden = hidden + projected, _sum(t_hidden, t_projected)
+        hidden = hidden + projected
+        with torch.no_grad():
+            t_hidden = _sum(t_hidden, t_projected)
 
     hidden, t_hidden = _rms_norm(decoder.norm, hidden, t_hidden, weights)
     logits, t_logits = _linear(model.lm_head, hidden, t_hidden, weights)
-    return (logits + t_logits if t_logits is not None else logits), new_cache
+    return logits, t_logits, new_cache

@@ -347,13 +347,14 @@ def _linear(module: nn.Module, x: Tensor, tx: Tensor | None, weights: _Weights) 
     b, tb = weights(module, "bias")
     y = F.linear(x, w, b)
     with torch.no_grad():
-        ty = _sum(
-            F.linear(tx, w) if tx is not None else None,
-            F.linear(x, tw) if tw is not None else None,
-            tb,
-        )
-        if ty is not None and ty.shape != y.shape:  # only a bias tangent: broadcast it
-            ty = ty.expand(y.shape)
+        if tx is not None and tw is not None:
+            # tx·wᵀ + x·twᵀ, accumulated in place into one buffer.
+            ty = F.linear(tx, w)
+            ty.view(-1, ty.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), tw.t())
+        else:
+            ty = F.linear(tx, w) if tx is not None else (F.linear(x, tw) if tw is not None else None)
+        if tb is not None:
+            ty = tb.expand(y.shape) if ty is None else ty.add_(tb)
     return y, ty
 
 
@@ -437,9 +438,10 @@ def _attention(
             torch.matmul(tq, keys.transpose(2, 3)) if tq is not None else None,
             torch.matmul(q, t_keys.transpose(2, 3)),
         ) * attention.scaling
-        # d softmax(s) = p ⊙ (ds - Σ p ⊙ ds), in float32 as the primal softmax.
+        # d softmax(s) = p ⊙ (ds - Σ p ⊙ ds). The softmax Jacobian is symmetric, so its
+        # backward kernel computes this product in one pass, in float32 as the primal softmax.
         t_scores32 = t_scores.to(torch.float32)
-        t_probabilities32 = probabilities32 * (t_scores32 - (probabilities32 * t_scores32).sum(-1, keepdim=True))
+        t_probabilities32 = torch._softmax_backward_data(t_scores32, probabilities32, -1, torch.float32)
         t_probabilities = t_probabilities32.to(q.dtype)
         t_output = torch.matmul(t_probabilities, values) + torch.matmul(probabilities, t_values)
         t_output = t_output.transpose(1, 2).reshape(batch, length, -1)
@@ -452,14 +454,14 @@ def _mlp(mlp: nn.Module, x: Tensor, tx: Tensor | None, weights: _Weights) -> Pai
     activated = mlp.act_fn(gate)
     product = activated * up
     with torch.no_grad():
-        t_activated = None
-        if t_gate is not None:
-            sigmoid = torch.sigmoid(gate)  # silu'(g) = σ(g)·(1 + g·(1 - σ(g)))
-            t_activated = t_gate * (sigmoid * (1 + gate * (1 - sigmoid)))
-        t_product = _sum(
-            t_activated * up if t_activated is not None else None,
-            activated * t_up if t_up is not None else None,
-        )
+        # silu's backward kernel computes dg · silu'(g) in one pass, the same product as its JVP.
+        t_activated = torch.ops.aten.silu_backward(t_gate, gate) if t_gate is not None else None
+        if t_activated is not None and t_up is not None:
+            t_product = t_activated.mul_(up).addcmul_(activated, t_up)
+        elif t_activated is not None:
+            t_product = t_activated.mul_(up)
+        else:
+            t_product = activated * t_up if t_up is not None else None
     return _linear(mlp.down_proj, product, t_product, weights)
 
 

@@ -116,3 +116,52 @@ def test_fused_attention_fails_early():
     ids, mask = inputs()
     with pytest.raises(AttentionImplementationError, match="attn_implementation='eager'"):
         linearized_logits(model, params, random_delta(params), ids, mask)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_explicit_llama_path_matches_jvp(tied):
+    """Llama's explicit tangents agree with torch.func.jvp: values and gradients with respect to Δ."""
+    model = tiny_llama(tie_word_embeddings=tied).double()
+    params = select_parameters(model)
+    delta = {n: t.requires_grad_(True) for n, t in random_delta(params, scale=5e-2).items()}
+    # No padding here: transformers' float64 Llama turns fully masked rows into NaN.
+    ids, mask = inputs()
+
+    reference_primal, reference_tangent = linearized_logits(model, params, delta, ids, mask, explicit=False)
+    primal, tangent = linearized_logits(model, params, delta, ids, mask, explicit=True)
+    torch.testing.assert_close(primal, reference_primal, rtol=0, atol=1e-10)
+    # Llama's norm and softmax run in float32 inside transformers, so tangents agree to float32 precision.
+    torch.testing.assert_close(tangent, reference_tangent, rtol=0, atol=1e-6)
+    assert reference_tangent.abs().max() > 0.1
+
+    # The gradient of a loss of the linearized logits, at Δ ≠ 0, through both paths.
+    weights = torch.randn_like(tangent)
+    reference_grads = torch.autograd.grad(((reference_primal.detach() + reference_tangent).tanh() * weights).sum(),
+                                          list(delta.values()))
+    grads = torch.autograd.grad(((primal.detach() + tangent).tanh() * weights).sum(), list(delta.values()))
+    for name, reference, grad in zip(delta, reference_grads, grads):
+        torch.testing.assert_close(grad, reference, rtol=1e-5, atol=1e-6, msg=f"gradient of {name}")
+
+
+def test_llama_dual_tensor_and_explicit_decoding_agree():
+    model = tiny_llama()
+    params = select_parameters(model)
+    delta = random_delta(params, scale=5e-2)
+    ids, mask = inputs(seq=8)
+    mask[0, :2] = 0  # left padding, as batched generation uses
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+
+    results = {}
+    for explicit in (False, True):
+        logits, cache = linearized_step(model, params, delta, ids[:, :5], mask[:, :5], positions[:, :5], None,
+                                        explicit=explicit)
+        pieces = [logits]
+        for t in range(5, ids.shape[1]):
+            logits, cache = linearized_step(model, params, delta, ids[:, t : t + 1], mask[:, : t + 1],
+                                            positions[:, t : t + 1], cache, explicit=explicit)
+            pieces.append(logits)
+        results[explicit] = torch.cat(pieces, dim=1)
+    primal, tangent = linearized_logits(model, params, delta, ids, mask, explicit=False)
+    real = mask.bool()  # logits at padding positions are never read
+    torch.testing.assert_close(results[False][real], (primal + tangent)[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[True][real], results[False][real], rtol=1e-5, atol=1e-5)

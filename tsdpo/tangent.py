@@ -128,6 +128,7 @@ def linearized_logits(
     tangents: Mapping[str, Tensor],
     input_ids: Tensor,
     attention_mask: Tensor | None = None,
+    explicit: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Return (f(x; θ0), J(x; θ0)·Δ) from one forward pass that carries the tangent.
 
@@ -135,8 +136,10 @@ def linearized_logits(
     holds Δ for the same names. Parameters not in `primals` keep the module's
     own values and get no tangent. Both outputs have shape (batch, seq, vocab).
     The tangent output is differentiable with respect to `tangents`, which is
-    how TS-DPO trains Δ with ordinary autograd. Llama models take the explicit
-    tangent path below; other models take a `torch.func.jvp`.
+    how TS-DPO trains Δ with ordinary autograd. `explicit=None` lets Llama
+    models take the faster explicit tangent path below and other models a
+    `torch.func.jvp`; `explicit=False` forces the JVP, the reference the tests
+    compare the explicit path with.
     """
     require_eager_attention(model)
     names = list(primals)
@@ -144,7 +147,9 @@ def linearized_logits(
     if missing:
         raise KeyError(f"tangents lack the parameters {missing[:5]!r}")
 
-    if supports_explicit_tangents(model):
+    if explicit is None:
+        explicit = supports_explicit_tangents(model)
+    if explicit:
         return _explicit_linearized_logits(model, primals, tangents, input_ids, attention_mask)
 
     def logits_of(*values: Tensor) -> Tensor:
@@ -207,15 +212,20 @@ def linearized_step(
     attention_mask: Tensor,
     position_ids: Tensor,
     cache: LinearizedCache | None,
+    explicit: bool | None = None,
 ) -> tuple[Tensor, LinearizedCache]:
     """Run the linearized model on new tokens, reusing and extending `cache`.
 
     Returns the linearized logits f(x; θ0) + J·Δ for the new positions,
     shape (batch, new_tokens, vocab), and the extended cache. `attention_mask`
     covers the cached and the new tokens; `position_ids` covers the new ones.
+    `explicit` chooses between explicit tangents (Llama only; None picks them
+    where supported) and forward-mode dual tensors with a dual KV cache.
     """
     require_eager_attention(model)
-    if supports_explicit_tangents(model):
+    if explicit is None:
+        explicit = supports_explicit_tangents(model)
+    if explicit:
         # The lock keeps a concurrent merged-mode request from swapping parameters that this step reads.
         with MODEL_CALL_LOCK:
             return _explicit_llama_step(model, primals, tangents, input_ids, attention_mask, position_ids, cache)

@@ -52,8 +52,8 @@ class DemoBuildConfig:
     """Everything that determines the demo bundle; saved as build_config.json inside it."""
 
     seed: int = 0
-    pretrain_conversations: int = 12000
-    vocab_size: int = 1024
+    pretrain_conversations: int = 76800  # steps × batch size of the default PretrainConfig: one pass
+    vocab_size: int = 1536
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     pairs_per_objective: int = 2000
     ts_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(

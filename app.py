@@ -77,12 +77,16 @@ class BundleRegistry:
         key = (id(bundle), mode, tuple(weights.values()))
         if key not in self._measured:
             examples = bundle.eval_set[: self.settings.measure_prompts]
-            pareto = bundle.pareto or {}
-            decoding = DecodingConfig(max_new_tokens=pareto.get("decoding", {}).get("max_new_tokens", 64))
+            decoding = evaluation_decoding(bundle)
             self._measured[key] = measure(
                 bundle.steerable, bundle.tokenizer, examples, get_scorer(bundle.manifest.scorer), weights, mode, decoding
             )
         return self._measured[key]
+
+
+def evaluation_decoding(bundle: Bundle) -> DecodingConfig:
+    """The decoding settings the bundle's grid was evaluated with, so live measurements match the plot."""
+    return DecodingConfig(**(bundle.pareto or {}).get("decoding", {}))
 
 
 def read_weights(bundle: Bundle, values: tuple[float, ...]) -> dict[str, float]:
@@ -118,6 +122,7 @@ def build_demo(settings: AppSettings | None = None, registry: BundleRegistry | N
     bundle = registry.get(settings.bundle, settings.revision)
     low, high = bundle.steerable.weight_range
     examples = [example["prompt"] for example in bundle.eval_set[:8]]
+    default = evaluation_decoding(bundle)
 
     def current(source: str, revision: str) -> Bundle:
         return registry.get(source, revision or None)
@@ -206,12 +211,13 @@ def build_demo(settings: AppSettings | None = None, registry: BundleRegistry | N
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                # Defaults are the settings the plot's grid was measured with.
                 with gr.Accordion("decoding settings", open=False):
-                    max_new_tokens = gr.Slider(1, 256, value=96, step=1, label="max new tokens")
-                    do_sample = gr.Checkbox(False, label="sample (off: greedy)")
-                    temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="temperature")
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
-                    seed = gr.Number(0, precision=0, label="seed")
+                    max_new_tokens = gr.Slider(1, 256, value=default.max_new_tokens, step=1, label="max new tokens")
+                    do_sample = gr.Checkbox(default.do_sample, label="sample (off: greedy)")
+                    temperature = gr.Slider(0.05, 2.0, value=default.temperature, step=0.05, label="temperature")
+                    top_p = gr.Slider(0.05, 1.0, value=default.top_p, step=0.05, label="top-p")
+                    seed = gr.Number(default.seed, precision=0, label="seed")
                 with gr.Accordion("load another bundle", open=False):
                     bundle_box = gr.Textbox(settings.bundle, label="bundle: local folder or Hub repo id")
                     revision_box = gr.Textbox(settings.revision or "", label="revision (branch, tag or commit sha)")

@@ -106,3 +106,43 @@ def model_card(
             pareto_table(pareto) + "\n",
         ]
     return "\n".join(sections)
+
+
+def grid_tables(pareto: Mapping[str, Any]) -> str:
+    """Two Markdown matrices of a two-objective grid: mean helpfulness and mean verbosity per weight pair."""
+    first, second = list(pareto["axes"])
+    lookup = {(r["weights"][first], r["weights"][second]): r for r in pareto["grid"]}
+    tables = []
+    for metric, digits in (("helpfulness", 2), ("verbosity", 1)):
+        header = f"| {metric} at {first} ↓ / {second} → | " + " | ".join(f"{b:+.2f}" for b in pareto["axes"][second]) + " |"
+        rows = [header, "| --- " * (len(pareto["axes"][second]) + 1) + "|"]
+        for a in pareto["axes"][first]:
+            cells = " | ".join(f"{lookup[(a, b)][metric]:.{digits}f}" for b in pareto["axes"][second])
+            rows.append(f"| **{a:+.2f}** | {cells} |")
+        tables.append("\n".join(rows))
+    return "\n\n".join(tables)
+
+
+def results_markdown(pareto: Mapping[str, Any]) -> str:
+    """The results section the README shows for the demo bundle, rendered from its pareto.json."""
+    volume = pareto["hypervolume"]
+    decoding = pareto.get("decoding", {})
+    sampling = (f"sampled at temperature {decoding['temperature']} with seed {decoding['seed']}"
+                if decoding.get("do_sample") else "greedy")
+    baselines = "n/a" if volume["baselines"] is None else f"{volume['baselines']:.3f}"
+    lines = [
+        f"Measured by `python -m tsdpo build-demo` on {pareto.get('eval_prompts')} held-out questions per point, "
+        f"{pareto.get('mode', 'tangent')} mode, up to {decoding.get('max_new_tokens')} new tokens, {sampling}. "
+        f"Helpfulness is the mean exact score in [0, 1]; verbosity the mean length in words.",
+        "",
+        f"Hypervolume for \"more helpful, less verbose\" against the reference point "
+        f"(helpfulness {volume['reference'][0]:.2f}, verbosity {volume['reference'][1]:.1f}): "
+        f"**TS-DPO grid {volume['ts_dpo']:.3f}**, **scalarized-DPO baselines {baselines}**.",
+        "",
+        pareto_table(pareto),
+        "",
+        "The whole TS-DPO grid:",
+        "",
+        grid_tables(pareto),
+    ]
+    return "\n".join(lines)

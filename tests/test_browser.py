@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 
-from app import AppSettings, build_demo
+from app import DEFAULT_BUNDLE, AppSettings, build_demo, evaluation_decoding
 from tsdpo.bundle import load_bundle
-from tsdpo.generation import DecodingConfig, stream_text
+from tsdpo.generation import stream_text
 
 CHROMIUM = os.environ.get("TSDPO_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 # Flags for a root user in a sandbox without network: no sandbox, no GPU, no background requests.
@@ -38,8 +38,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_bundle_template):
-    demo = build_demo(AppSettings(bundle=str(tiny_bundle_template)))
+def app_url():
+    demo = build_demo(AppSettings(bundle=DEFAULT_BUNDLE, measure_prompts=8))
     demo.queue()
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     yield url
@@ -53,7 +53,8 @@ def plot_traces(page):
     )
 
 
-def test_slider_generate_and_plot(browser, app_url, tiny_bundle_template):
+def test_slider_generate_and_plot(browser, app_url):
+    """On the embedded demo bundle, as a user meets it."""
     page = browser.new_page()
     page.goto(app_url)
     page.wait_for_selector("#pareto-plot .js-plotly-plot")
@@ -70,14 +71,21 @@ def test_slider_generate_and_plot(browser, app_url, tiny_bundle_template):
     )
     interpolated = next(t for t in plot_traces(page) if t["name"] == "current weights (interpolated)")
     assert len(interpolated["x"]) == 1
+    # The demo ships a scorer, so a measured marker follows the interpolated one.
+    page.wait_for_function(
+        "() => Array.from(document.querySelector('#pareto-plot .js-plotly-plot').data)"
+        ".some(t => t.name === 'current weights (measured)')",
+        timeout=60_000,
+    )
+    assert "synthetic demo world" in page.content()
 
-    prompt = "What is two plus three?"
+    prompt = "What is 7 plus 5?"
     page.locator("#prompt textarea").fill(prompt)
     page.locator("#generate").click()
 
-    bundle = load_bundle(tiny_bundle_template)
+    bundle = load_bundle(DEFAULT_BUNDLE)
     texts = list(stream_text(bundle.steerable, bundle.tokenizer, prompt, {"helpfulness": 1.5, "verbosity": 0.0},
-                             "tangent", DecodingConfig(max_new_tokens=96)))
+                             "tangent", evaluation_decoding(bundle)))
     expected = texts[-1] if texts else "(the model ended its answer at once)"
     response = page.locator("#response textarea")
     page.wait_for_function(

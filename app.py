@@ -39,7 +39,7 @@ DEFAULT_BUNDLE = str(Path(__file__).resolve().parent / "assets" / "demo")
 
 @dataclass
 class AppSettings:
-    """What the app serves and where; each field has a flag and an environment variable."""
+    """Server settings: the bundle to serve and where to listen; each field has a flag and an environment variable."""
 
     bundle: str = DEFAULT_BUNDLE  # local folder or Hub repo id
     revision: str | None = None  # branch, tag or commit sha for Hub bundles
@@ -85,7 +85,7 @@ class BundleRegistry:
 
 
 def evaluation_decoding(bundle: Bundle) -> DecodingConfig:
-    """The decoding settings the bundle's grid was evaluated with, so live measurements match the plot."""
+    """Return the decoding settings of the bundle's grid evaluation, so live measurements match the plot."""
     return DecodingConfig(**(bundle.pareto or {}).get("decoding", {}))
 
 

@@ -402,7 +402,7 @@ def test_pickle_is_never_loaded(tiny_bundle, tmp_path, monkeypatch):
 def test_empty_vector_file_in_bundle(tiny_bundle):
     save_file({}, str(tiny_bundle / "vectors" / "verbosity.safetensors"), metadata={"objective": "verbosity"})
     rewrite_checksum(tiny_bundle, 1)
-    with pytest.raises(VectorError, match="holds no tensors"):
+    with pytest.raises(VectorError, match="contains no tensors"):
         load_bundle(tiny_bundle)
 
 

@@ -52,7 +52,7 @@ def test_empty_and_pickle_files_are_rejected(tmp_path):
     from safetensors.torch import save_file
 
     save_file({}, str(tmp_path / "empty.safetensors"))
-    with pytest.raises(VectorError, match="holds no tensors"):
+    with pytest.raises(VectorError, match="contains no tensors"):
         load_vector(tmp_path / "empty.safetensors")
     torch.save({"w": torch.zeros(1)}, tmp_path / "v.bin")
     with pytest.raises(VectorError, match="safetensors files only"):

@@ -190,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def eval_size(text: str) -> float | int:
-    """A held-out size: a whole number is a prompt count, anything else a fraction."""
+    """Parse a held-out size: a whole number is a prompt count, anything else a fraction."""
     try:
         return int(text)
     except ValueError:

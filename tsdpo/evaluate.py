@@ -144,7 +144,7 @@ def grid_values(pareto: Mapping[str, Any]) -> tuple[list[float], list[float], li
 
 
 def interpolate_position(pareto: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, float]:
-    """The (helpfulness, verbosity) position of `weights`, interpolated from the evaluated grid."""
+    """Interpolate the (helpfulness, verbosity) position of `weights` from the evaluated grid."""
     names = list(pareto["axes"])
     axis_a, axis_b, values = grid_values(pareto)
     h, v = interpolate_grid(axis_a, axis_b, values, weights.get(names[0], 0.0), weights.get(names[1], 0.0))

@@ -43,7 +43,7 @@ def hypervolume(points: Sequence[Point], reference: Point) -> float:
 
 
 def reference_point(points: Sequence[Point]) -> Point:
-    """A shared reference for comparing fronts: zero helpfulness and 10% above the largest verbosity."""
+    """Return a reference point shared by the fronts compared: zero helpfulness, 10% above the largest verbosity."""
     return 0.0, 1.1 * max(v for _, v in points)
 
 

@@ -17,7 +17,7 @@ from tsdpo.evaluate import Scorer
 class WorldScorer:
     """Exact scorers of the synthetic demo world.
 
-    Each evaluation example holds the world task under "task"; helpfulness
+    Each evaluation example contains the world task under "task"; helpfulness
     comes from its ground truth and verbosity is the response length in words.
     """
 

@@ -87,7 +87,7 @@ def load_vector(path: str | Path) -> TangentVector:
             f"{path}: the vector file is incomplete or corrupt ({err}); download or copy it again"
         ) from err
     if not tensors:
-        raise VectorError(f"{path}: the vector file holds no tensors")
+        raise VectorError(f"{path}: the vector file contains no tensors")
     return TangentVector(tensors, dict(header.get("__metadata__", {})))
 
 
@@ -120,7 +120,7 @@ def canonicalize_tied(vector: TangentVector, model: nn.Module) -> TangentVector:
         value = tensors.pop(alias)
         if name in tensors and not torch.equal(tensors[name], value):
             raise VectorError(
-                f"{alias!r} and {name!r} are one tied parameter, but the vector holds different "
+                f"{alias!r} and {name!r} are one tied parameter, but the vector contains different "
                 f"values for them; keep only {name!r}"
             )
         tensors[name] = value

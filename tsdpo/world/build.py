@@ -56,16 +56,20 @@ class DemoBuildConfig:
     vocab_size: int = 1536
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     pairs_per_objective: int = 2000
+    # Both methods share β and the learning rate, so baselines and vectors move the same distance per step.
     ts_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=150, batch_size=16, learning_rate=2e-3, warmup_steps=10, beta=0.1, max_length=160, max_prompt_length=48,
+        steps=100, batch_size=16, learning_rate=6e-4, warmup_steps=10, beta=0.1, max_length=160, max_prompt_length=48,
     ))
     baseline: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=150, batch_size=16, learning_rate=5e-4, warmup_steps=10, beta=0.1, max_length=160, max_prompt_length=48,
+        steps=100, batch_size=16, learning_rate=6e-4, warmup_steps=10, beta=0.1, max_length=160, max_prompt_length=48,
     ))
     baseline_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    eval_prompts: int = 64
+    eval_prompts: int = 128
     axis: list[float] = field(default_factory=_default_axis)  # weight values of each slider on the grid
     max_new_tokens: int = 80
+    # Sampled, seeded decoding: greedy decoding of the base model collapses to its single most
+    # likely answer, which hides the distribution shifts that DPO makes.
+    temperature: float = 0.7
 
     def __post_init__(self) -> None:
         if isinstance(self.pretrain, dict):
@@ -183,7 +187,8 @@ def build_demo_bundle(output: str | Path, config: DemoBuildConfig | None = None,
         steerable, tokenizer, eval_set, scorer,
         axes={"helpfulness": config.axis, "verbosity": config.axis},
         baselines={f"scalarized DPO w={w}": policy for w, policy in baseline_models.items()},
-        decoding=DecodingConfig(max_new_tokens=config.max_new_tokens),
+        decoding=DecodingConfig(max_new_tokens=config.max_new_tokens, do_sample=True, temperature=config.temperature,
+                                seed=config.seed),
         batch_size=config.eval_prompts, progress_path=progress_path, progress=progress,
         scorers={"helpfulness": "exact: 1 when the ground-truth answer is stated and no competing answer is",
                  "verbosity": "response length in whitespace-separated words"},

@@ -159,6 +159,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from tsdpo.scorers import get_scorer, load_reward_scorer
 
     path, commit = resolve_bundle_source(args.bundle, args.revision)
+    if commit is not None:
+        # Results are written into the bundle folder, and a Hub cache snapshot is not ours to write.
+        raise SystemExit(
+            f"error: {args.bundle} resolved to the Hub cache; evaluate writes pareto.json into the bundle, so "
+            f"download it to a folder first (hf download {args.bundle} --local-dir my-bundle) and pass that folder"
+        )
     bundle = load_bundle(path, commit=commit, dtype=args.dtype, device=args.device)
     eval_path = Path(args.eval_prompts) if args.eval_prompts else path / EVAL_SET_NAME
     if not eval_path.is_file():

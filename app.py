@@ -35,6 +35,8 @@ from tsdpo.zerogpu import gpu_task
 logger = logging.getLogger("tsdpo.app")
 
 DEFAULT_BUNDLE = str(Path(__file__).resolve().parent / "assets" / "demo")
+# Tokenizing is linear in the text, but a shared server should not tokenize megabytes on request.
+MAX_PROMPT_CHARS = 4000
 
 
 @dataclass
@@ -131,6 +133,8 @@ def build_demo(settings: AppSettings | None = None, registry: BundleRegistry | N
         *values, mode, max_new_tokens, do_sample, temperature, top_p, seed, source, revision = args
         if not prompt or not prompt.strip():
             raise gr.Error("The prompt is empty: type a question or pick an example.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise gr.Error(f"The prompt has {len(prompt)} characters; shorten it to at most {MAX_PROMPT_CHARS}.")
         active = current(source, revision)
         weights = read_weights(active, tuple(values))
         if mode not in MODES:
@@ -143,8 +147,11 @@ def build_demo(settings: AppSettings | None = None, registry: BundleRegistry | N
         except ValueError as err:
             raise gr.Error(f"{err}.") from err
         text = ""
-        for text in stream_text(active.steerable, active.tokenizer, prompt, weights, mode, decoding):
-            yield text
+        try:
+            for text in stream_text(active.steerable, active.tokenizer, prompt, weights, mode, decoding):
+                yield text
+        except ValueError as err:  # a prompt longer than the model's context
+            raise gr.Error(f"{err}.") from err
         if not text:
             yield "(the model ended its answer at once)"
 
@@ -173,6 +180,8 @@ def build_demo(settings: AppSettings | None = None, registry: BundleRegistry | N
         return pareto_figure(active.pareto, weights, interpolated=point, measured=measured)
 
     def switch_bundle(source: str, revision: str):
+        if not source.strip():
+            raise gr.Error("Enter a bundle folder or a Hub repo id such as owner/name.")
         try:
             active = current(source.strip(), revision.strip())
         except (BundleError, HubError, VectorError, OSError) as err:
@@ -251,7 +260,8 @@ def build_demo(settings: AppSettings | None = None, registry: BundleRegistry | N
 
 def parse_args(argv: list[str] | None = None) -> AppSettings:
     env = os.environ
-    parser = argparse.ArgumentParser(description="TS-DPO steering demo (Gradio).")
+    parser = argparse.ArgumentParser(description="TS-DPO steering demo (Gradio).",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--bundle", default=env.get("TSDPO_BUNDLE", DEFAULT_BUNDLE),
                         help="bundle to serve: a local folder or a Hub repo id (env TSDPO_BUNDLE; default: the embedded demo)")
     parser.add_argument("--revision", default=env.get("TSDPO_REVISION"),

@@ -77,6 +77,8 @@ def test_two_concurrent_clients_get_their_own_outputs(served):
 @pytest.mark.parametrize(
     "args, message",
     [(("   ", 0.0, 0.0), "prompt is empty"),
+     (("word " * 1000, 0.0, 0.0), "5000 characters; shorten it to at most 4000"),
+     (("word " * 300, 0.0, 0.0), "the model's context is 128 tokens; shorten the prompt"),
      # The slider itself rejects values outside the bundle's weight range, naming value and bound.
      ((PROMPT, 3.0, 0.0), "3.0 is greater than maximum value 2.0"),
      ((PROMPT, 0.0, -1.5), "-1.5 is less than minimum value -1.0")],

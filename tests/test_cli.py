@@ -52,6 +52,8 @@ def test_train_bundle_evaluate_flow(workspace, capsys):
     assert len(pareto["grid"]) == 9 and pareto["eval_prompts"] == 4
     assert "head 1 (correctness)" in pareto["scorer"]["description"]
     assert not (root / "bundle" / "grid_progress.jsonl").exists()
+    manifest = json.loads((root / "bundle" / "tsdpo.json").read_text())
+    assert manifest["base_model"] == {"path": "base"}  # a local base model travels inside the bundle
     bundle = load_bundle(root / "bundle")
     assert torch.equal(bundle.steerable.vectors["verbosity"].tensors["model.norm.weight"],
                        load_vector(root / "out" / "verbosity.safetensors").tensors["model.norm.weight"])

@@ -170,7 +170,7 @@ def test_sampling_is_seeded_and_top_p_restricts(tokenizer):
 @pytest.mark.parametrize(
     "weights, message",
     [({"helpfulness": 2.5}, r"outside the supported range \[-1.0, 2.0\]"), ({"kindness": 1.0}, "unknown objective"),
-     ({"helpfulness": float("nan")}, "outside the supported range")],
+     ({"helpfulness": float("nan")}, "helpfulness=nan is not a finite number")],
 )
 def test_bad_weights_are_rejected(weights, message):
     with pytest.raises(ValueError, match=message):
@@ -221,3 +221,13 @@ def test_generation_stops_at_end_of_turn_token():
     steerable = FixedLogitsSteerable(end_of_turn, len(tokenizer))
     assert list(stream_text(steerable, tokenizer, "Hi", {}, "tangent", DecodingConfig(max_new_tokens=5))) == []
     assert generate_batch(steerable, tokenizer, ["Hi", "Hello there"], {}, "tangent", DecodingConfig(max_new_tokens=5)) == ["", ""]
+
+
+def test_decoding_stops_at_the_context_length():
+    """The tiny Llama has a 128-token context: long prompts are rejected, decoding stops at the end."""
+    steerable = make_steerable(tiny_llama())
+    config = DecodingConfig(max_new_tokens=200)
+    with pytest.raises(ValueError, match="the prompt has 128 tokens but the model's context is 128 tokens"):
+        list(decode_tokens(steerable, [[5] * 128], {}, "tangent", config, 10_000, 0))
+    steps = list(decode_tokens(steerable, [[5] * 120], {}, "merged", config, 10_000, 0))
+    assert len(steps) == 8

@@ -139,8 +139,13 @@ def cmd_make_bundle(args: argparse.Namespace) -> None:
                          f"retrain them on one subset")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    commit = resolve_commit(args.model, args.revision)
-    base = {"repo_id": args.model, "revision": args.revision or "main", **({"commit": commit} if commit else {})}
+    if Path(args.model).expanduser().is_dir():
+        # A local base model travels inside the bundle, so the bundle works from any folder.
+        shutil.copytree(Path(args.model).expanduser(), output / "base", dirs_exist_ok=True)
+        base = {"path": "base"}
+    else:
+        commit = resolve_commit(args.model, args.revision)
+        base = {"repo_id": args.model, "revision": args.revision or "main", **({"commit": commit} if commit else {})}
     manifest = write_bundle(output, base, vectors, training=training, parameter_patterns=json.loads(subsets.pop()),
                             description=args.description)
     if args.eval_prompts:
@@ -299,7 +304,8 @@ def add_train_parser(commands) -> None:
 
 def add_bundle_parsers(commands) -> None:
     make = commands.add_parser("make-bundle", help="assemble trained vectors into a bundle for a Hub base model")
-    make.add_argument("--model", required=True, help="Hub id of the base model the vectors were trained on")
+    make.add_argument("--model", required=True,
+                      help="base model the vectors were trained on: a Hub id, or a local folder copied into the bundle")
     make.add_argument("--revision", default=None, help="full commit sha of the base model (recommended)")
     make.add_argument("--vector", action="append", required=True, metavar="NAME=PATH",
                       help="one objective's vector file; repeat per objective")

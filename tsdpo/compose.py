@@ -78,7 +78,9 @@ class SteerableModel:
         checked = {}
         for objective in self.objectives:
             value = float(weights.get(objective, 0.0))
-            if not math.isfinite(value) or not low <= value <= high:
+            if not math.isfinite(value):
+                raise ValueError(f"weight {objective}={value} is not a finite number; pass a value in [{low}, {high}]")
+            if not low <= value <= high:
                 raise ValueError(
                     f"weight {objective}={value} is outside the supported range [{low}, {high}]; "
                     f"choose a value inside it"

@@ -70,6 +70,9 @@ def decode_tokens(
 ) -> Iterator[Tensor]:
     """Yield the next token of every row, (batch,), one decoding step at a time.
 
+    Decoding stops at the model's context length (max_position_embeddings)
+    even before `max_new_tokens`; a prompt that fills the context is rejected.
+
     `eos_token_id` is one id or several (EOS and an end-of-turn token that
     differs from it). Rows that have produced one keep receiving `pad_token_id`. Decoding ends
     when every row has finished, after `max_new_tokens`, or once `stop_event`
@@ -78,6 +81,14 @@ def decode_tokens(
     """
     if any(len(ids) == 0 for ids in prompt_ids):
         raise ValueError("every prompt needs at least one token")
+    # Positions past the model's context are out of its training range (and cost quadratic memory).
+    context = getattr(steerable.model.config, "max_position_embeddings", None) if hasattr(steerable, "model") else None
+    longest = max(len(ids) for ids in prompt_ids)
+    if context is not None and longest >= context:
+        raise ValueError(
+            f"the prompt has {longest} tokens but the model's context is {context} tokens; shorten the prompt"
+        )
+    max_steps = config.max_new_tokens if context is None else min(config.max_new_tokens, context - longest)
     decoder = steerable.decoder(weights, mode)
     generator = torch.Generator().manual_seed(config.seed) if config.do_sample else None
 
@@ -87,7 +98,7 @@ def decode_tokens(
     finished = torch.zeros(len(prompt_ids), dtype=torch.bool)
     stop_ids = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
 
-    for _ in range(config.max_new_tokens):
+    for _ in range(max_steps):
         if stop_event is not None and stop_event.is_set():
             return
         logits = decoder.forward(input_ids, attention_mask, position_ids)[:, -1, :]  # (batch, vocab)

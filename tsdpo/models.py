@@ -69,6 +69,8 @@ def load_base_model(
     `trust_remote_code` stays off unless the caller turns it on.
     """
     torch_dtype = resolve_dtype(dtype)
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} needs CUDA, which this torch build or machine lacks; use device='cpu'")
     commit = resolve_commit(name_or_path, revision, local_files_only)
     common = {
         "revision": commit or revision, "trust_remote_code": trust_remote_code, "local_files_only": local_files_only

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,10 @@ def save_vector(vector: TangentVector, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=vector.metadata)
     _sort_header(Path(path))
+    # safetensors creates files readable by their owner only; give them the usual umask-based mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _sort_header(path: Path) -> None:

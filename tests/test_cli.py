@@ -41,7 +41,8 @@ def test_train_bundle_evaluate_flow(workspace, capsys):
     assert json.loads((root / "out" / "helpfulness.config.json").read_text())["steps"] == 3
     assert len((root / "out" / "helpfulness.metrics.jsonl").read_text().splitlines()) == 3
     held_out = [json.loads(line)["prompt"] for line in (root / "out" / "helpfulness.eval_prompts.jsonl").read_text().splitlines()]
-    assert len(held_out) == 4 and set(held_out) <= set(QUESTIONS)
+    assert len(held_out) == 4
+    assert set(held_out) <= set(QUESTIONS)
 
     main(["make-bundle", "--model", str(root / "base"), "--vector", f"helpfulness={root / 'out' / 'helpfulness.safetensors'}",
           "--vector", f"verbosity={root / 'out' / 'verbosity.safetensors'}",

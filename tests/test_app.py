@@ -4,7 +4,6 @@ import json
 import threading
 
 import pytest
-from conftest import build_tokenizer
 from gradio_client import Client
 
 from app import AppSettings, build_demo, parse_args

@@ -50,7 +50,8 @@ def test_train_bundle_evaluate_flow(workspace, capsys):
     main(["evaluate", str(root / "bundle"), "--reward-model", str(root / "reward"), "--reward-attribute", "correctness",
           "--axis", "-1", "0", "1", "--max-new-tokens", "6"])
     pareto = json.loads((root / "bundle" / "pareto.json").read_text())
-    assert len(pareto["grid"]) == 9 and pareto["eval_prompts"] == 4
+    assert len(pareto["grid"]) == 9
+    assert pareto["eval_prompts"] == 4
     assert "head 1 (correctness)" in pareto["scorer"]["description"]
     assert not (root / "bundle" / "grid_progress.jsonl").exists()
     manifest = json.loads((root / "bundle" / "tsdpo.json").read_text())

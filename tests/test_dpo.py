@@ -53,7 +53,7 @@ def test_completion_mask_scores_eos_once(tokenizer):
     assert batch["completion_mask"][:, :prompt_length].sum() == 0
 
 
-def test_dpo_loss_is_log_two_when_policy_equals_reference():
+def test_dpo_loss_log_two_at_reference():
     logps = torch.tensor([-3.0, -7.5, -1.25])
     loss, metrics = dpo_loss(logps, logps - 1, logps, logps - 1, beta=0.1)
     assert math.isclose(loss.item(), math.log(2), rel_tol=1e-6)

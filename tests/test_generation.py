@@ -1,7 +1,6 @@
 """Composition and decoding against the base model, exact merges and sequential runs."""
 
 import threading
-import time
 
 import pytest
 import torch
@@ -145,13 +144,11 @@ def test_stop_event_ends_decoding():
     stop = threading.Event()
     config = DecodingConfig(max_new_tokens=100_000)
     produced = 0
-    start = time.perf_counter()
     for _ in decode_tokens(steerable, [[5, 6, 7]], {"helpfulness": 1.0}, "tangent", config, 10_000, 0, stop):
         produced += 1
         if produced == 3:
             stop.set()
-    assert produced == 3
-    assert time.perf_counter() - start < 30  # generous: it stopped long before 100k tokens
+    assert produced == 3  # the loop ended right after the stop, long before max_new_tokens
 
 
 def test_sampling_is_seeded_and_top_p_restricts(tokenizer):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_gpt2, tiny_llama
+from conftest import tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tsdpo.tangent import (

@@ -68,7 +68,8 @@ def test_schedule_warms_up_then_decays():
     config = TrainConfig(steps=10, warmup_steps=4, schedule="linear")
     factors = [learning_rate_factor(step, config) for step in range(10)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert factors[4] == 1.0 and factors[-1] < factors[5]
+    assert factors[4] == 1.0
+    assert factors[-1] < factors[5]
 
 
 @pytest.mark.parametrize(

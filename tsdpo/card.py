@@ -124,7 +124,7 @@ def grid_tables(pareto: Mapping[str, Any]) -> str:
 
 
 def results_markdown(pareto: Mapping[str, Any]) -> str:
-    """The results section the README shows for the demo bundle, rendered from its pareto.json."""
+    """Render the README's results section for a bundle from its pareto.json."""
     volume = pareto["hypervolume"]
     decoding = pareto.get("decoding", {})
     sampling = (f"sampled at temperature {decoding['temperature']} with seed {decoding['seed']}"

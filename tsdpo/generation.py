@@ -74,10 +74,10 @@ def decode_tokens(
     even before `max_new_tokens`; a prompt that fills the context is rejected.
 
     `eos_token_id` is one id or several (EOS and an end-of-turn token that
-    differs from it). Rows that have produced one keep receiving `pad_token_id`. Decoding ends
-    when every row has finished, after `max_new_tokens`, or once `stop_event`
-    is set; the check runs before every step, so a stop takes effect within
-    one forward pass.
+    differs from it). Rows that have produced one keep receiving `pad_token_id`.
+    Decoding ends when every row has finished, after `max_new_tokens`, or once `stop_event`
+    is set. The stop check runs before every step, so a stop takes effect
+    within one forward pass.
     """
     if any(len(ids) == 0 for ids in prompt_ids):
         raise ValueError("every prompt needs at least one token")

@@ -132,8 +132,8 @@ def linearized_logits(
 ) -> tuple[Tensor, Tensor]:
     """Return (f(x; θ0), J(x; θ0)·Δ) from one forward pass that carries the tangent.
 
-    `primals` holds θ0 for the parameters that carry a tangent and `tangents`
-    holds Δ for the same names. Parameters not in `primals` keep the module's
+    `primals` contains θ0 for the parameters that carry a tangent and `tangents`
+    contains Δ for the same names. Parameters not in `primals` keep the module's
     own values and get no tangent. Both outputs have shape (batch, seq, vocab).
     The tangent output is differentiable with respect to `tangents`, which is
     how TS-DPO trains Δ with ordinary autograd. `explicit=None` lets Llama
@@ -250,8 +250,8 @@ def linearized_step(
 #
 # Forward-mode AD pays for every operator twice over: once for the bookkeeping
 # of dual tensors and once for the generic derivative formula. In a decoding
-# step of a small model, where each operator is cheap, that overhead dominates:
-# on the demo model at batch 1 a dual forward took 12 ms against 2 ms for a plain
+# step of a small model each operator is cheap, so that overhead dominates. On
+# the demo model at batch 1 a dual forward took 12 ms against 2 ms for a plain
 # one (python -m tsdpo bench, docs/benchmarks.md). The functions below run
 # transformers' Llama forward operator by operator on plain tensors and carry
 # the tangent next to each activation, with hand-written derivatives. The primal

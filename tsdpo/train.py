@@ -142,7 +142,7 @@ def run_optimization(
 ) -> list[dict[str, float]]:
     """AdamW with warm-up, a schedule, clipping and accumulation; returns per-step metrics.
 
-    Each line of `metrics_path` (JSONL) holds one optimizer step's metrics,
+    Each line of `metrics_path` (JSONL) contains one optimizer step's metrics,
     averaged over its micro-batches. Lines are flushed as they are written, so
     an interrupted run keeps the steps it finished.
     """

@@ -113,7 +113,7 @@ def tied_parameter_aliases(model: nn.Module) -> dict[str, str]:
 def canonicalize_tied(vector: TangentVector, model: nn.Module) -> TangentVector:
     """Fold tied-parameter aliases into their canonical names.
 
-    A tied parameter carries one delta, applied once. A file that holds an
+    A tied parameter carries one delta, applied once. A file that contains an
     alias and its canonical name with different values is an error, because
     there is no single delta to apply.
     """
